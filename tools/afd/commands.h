@@ -1,0 +1,25 @@
+// Subcommands of the `afd` CLI. Each register_* adds its subcommand to the app and returns it
+// with the function main() runs when it was chosen; the function returns the process exit code and
+// reports errors by throwing afd::Error (main prints one line and exits non-zero).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+#include "core/status.h"
+
+namespace afd::cli {
+
+struct Command {
+  CLI::App* app;               // the subcommand
+  std::function<int()> run;    // runs it once parsed; returns the exit code
+};
+
+Command register_checkpoint(CLI::App& app);
+Command register_generate(CLI::App& app);
+Command register_info(CLI::App& app);
+
+// Throws afd::Error when s is not OK.
+void check(const Status& s);
+
+}  // namespace afd::cli
