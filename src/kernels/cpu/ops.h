@@ -78,10 +78,10 @@ void router_topk(const float* logits, int64_t T, int64_t E, int64_t k, bool reno
 // out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp(-x)). n elements; in place on gate ok.
 void silu_mul(const float* gate, const float* up, int64_t n, float* out);
 
-// y[T, H] (+)= scale * down(silu(x w_gate^T) * (x w_up^T)) for a dense MLP, a shared expert or
-// one expert (or one slice of it along the intermediate dimension: SwiGLU is separable).
+// y[T, H] (+)= down(silu(x w_gate^T) * (x w_up^T)) for a dense MLP, a shared expert or one
+// expert (or one slice of it along the intermediate dimension: SwiGLU is separable).
 // x f32 [T, H]; w_gate, w_up f32 [I, H]; w_down f32 [H, I]; y f32 [T, H]. Accumulates when
-// accumulate is true. scale multiplies the result (1 for dense MLPs and the shared expert).
+// accumulate is true. (Routing weights are applied by moe_experts, not here.)
 void swiglu_mlp(const float* x, int64_t T, int64_t H, int64_t I, const float* w_gate,
                 const float* w_up, const float* w_down, float* y, bool accumulate = false);
 
