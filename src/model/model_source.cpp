@@ -60,7 +60,7 @@ Result<std::unique_ptr<Step3Model>> load_model(const std::string& model, uint64_
                            "machine has {:.1f} GiB (the real step3 dimensions run on GPUs)",
                            model, cfg.num_params(), need / double(1ull << 30),
                            have / double(1ull << 30));
-  log_info("preset {}: random weights (seed {}), {:.1f} M parameters", model, weights_seed,
+  log_debug("preset {}: random weights (seed {}), {:.1f} M parameters", model, weights_seed,
            cfg.num_params() / 1e6);
   Step3Weights w = random_step3_weights(cfg, weights_seed);
   inf.kind = "preset";
