@@ -4,6 +4,21 @@
 
 namespace afd {
 
+namespace {
+// safetensors packs tensors back to back, so a mapped tensor may be unaligned: read through
+// memcpy (compiled to a plain load on x86).
+inline uint16_t load_u16(const void* p, int64_t i) {
+  uint16_t v;
+  std::memcpy(&v, static_cast<const uint8_t*>(p) + 2 * i, 2);
+  return v;
+}
+inline float load_f32(const void* p, int64_t i) {
+  float v;
+  std::memcpy(&v, static_cast<const uint8_t*>(p) + 4 * i, 4);
+  return v;
+}
+}  // namespace
+
 const char* dtype_name(DType t) {
   switch (t) {
     case DType::kF32: return "f32";
@@ -40,9 +55,9 @@ std::optional<DType> dtype_from_safetensors(std::string_view s) {
 
 float load_as_f32(const void* data, DType t, int64_t i) {
   switch (t) {
-    case DType::kF32: return static_cast<const float*>(data)[i];
-    case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(data)[i]);
-    case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(data)[i]);
+    case DType::kF32: return load_f32(data, i);
+    case DType::kBF16: return bf16_to_f32(load_u16(data, i));
+    case DType::kF16: return f16_to_f32(load_u16(data, i));
     case DType::kF8E4M3: return fp8e4m3_to_f32(static_cast<const uint8_t*>(data)[i]);
     default: break;
   }
@@ -55,16 +70,12 @@ void convert_to_f32(const void* src, DType from, float* dst, int64_t n) {
     case DType::kF32:
       std::memcpy(dst, src, static_cast<size_t>(n) * 4);
       return;
-    case DType::kBF16: {
-      auto* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+    case DType::kBF16:
+      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(src, i));
       return;
-    }
-    case DType::kF16: {
-      auto* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+    case DType::kF16:
+      for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load_u16(src, i));
       return;
-    }
     case DType::kF8E4M3: {
       auto* s = static_cast<const uint8_t*>(src);
       for (int64_t i = 0; i < n; ++i) dst[i] = fp8e4m3_to_f32(s[i]);

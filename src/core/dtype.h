@@ -123,7 +123,7 @@ AFD_HD uint8_t f32_to_fp8e4m3(float f) {
 
 // Reads element i of a float-like buffer of dtype t as f32 (f32, bf16, f16, fp8 only).
 float load_as_f32(const void* data, DType t, int64_t i);
-// Converts n elements of dtype `from` (any float dtype) into f32.
+// Converts n elements of dtype `from` (any float dtype) into f32. `src` may be unaligned.
 void convert_to_f32(const void* src, DType from, float* dst, int64_t n);
 // Converts n f32 values into dtype `to` (any float dtype), rounding to nearest even.
 void convert_from_f32(const float* src, void* dst, DType to, int64_t n);
