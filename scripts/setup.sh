@@ -10,7 +10,7 @@ want_tests=0
 [ "${1:-}" = "--tests" ] && want_tests=1
 
 APT_PKGS=(build-essential cmake pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev
-          libfmt-dev libgtest-dev libgmock-dev python3 python3-pip)
+          libfmt-dev libgtest-dev libgmock-dev libucx-dev python3 python3-pip)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

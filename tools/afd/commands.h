@@ -18,6 +18,10 @@ struct Command {
 Command register_checkpoint(CLI::App& app);
 Command register_generate(CLI::App& app);
 Command register_info(CLI::App& app);
+Command register_cost(CLI::App& app);
+Command register_plan(CLI::App& app);
+Command register_launch(CLI::App& app);
+Command register_worker(CLI::App& app);
 
 // Throws afd::Error when s is not OK.
 void check(const Status& s);

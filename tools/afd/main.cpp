@@ -20,7 +20,11 @@ int main(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Help for every subcommand");
   std::vector<afd::cli::Command> commands = {afd::cli::register_checkpoint(app),
                                              afd::cli::register_generate(app),
-                                             afd::cli::register_info(app)};
+                                             afd::cli::register_info(app),
+                                             afd::cli::register_cost(app),
+                                             afd::cli::register_plan(app),
+                                             afd::cli::register_launch(app),
+                                             afd::cli::register_worker(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

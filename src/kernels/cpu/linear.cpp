@@ -38,3 +38,9 @@ void linear(const float* x, const float* w, int64_t M, int64_t N, int64_t K, flo
 }
 
 }  // namespace afd::cpu
+
+namespace afd::cpu {
+
+void set_num_threads(int n) { openblas_set_num_threads(std::max(1, n)); }
+
+}  // namespace afd::cpu

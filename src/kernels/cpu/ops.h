@@ -32,6 +32,8 @@ void rope_neox(float* x, const int32_t* positions, int64_t T, int64_t heads, int
 // checkpoint's. x f32 [M, K], w f32 [N, K], y f32 [M, N]. M may be 0.
 void linear(const float* x, const float* w, int64_t M, int64_t N, int64_t K, float* y,
             bool accumulate = false);
+// Threads the BLAS may use in this process (ranks sharing a host each take a share).
+void set_num_threads(int n);
 
 // ---- MFA attention over a paged KV cache ---------------------------------------------------
 // One K head and one V head (head_dim wide) shared by all query heads. The cache is paged:
