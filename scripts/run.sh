@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The main job: set up, build, create the built-in step3-small checkpoint on first run
-# (random BF16 weights in the real Hugging Face format), and generate from it on the CPU.
-# Extra arguments go to `afd generate` (e.g. --max-new-tokens 64).
+# (random BF16 weights in the real Hugging Face format), then run it with Attention-FFN
+# Disaggregation: 2 attention ranks and 2 FFN ranks as separate processes over UCX, 3
+# micro-batches in flight, FP8 activations out and BF16 partials back. Prints the generated
+# tokens, throughput and per-rank statistics, and writes a Perfetto trace.
+# Extra arguments go to `afd launch` (e.g. --requests 16 --max-new-tokens 64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,9 +13,7 @@ if [ ! -f "$CKPT/config.json" ]; then
   echo "== creating $CKPT (first run)"
   build/afd checkpoint init --preset step3-small --dtype bf16 --seed 0 "$CKPT"
 fi
-echo "== afd generate on $CKPT: 4 prompts of different lengths, decoded together"
-build/afd generate --model "$CKPT" --greedy --max-new-tokens 32 \
-  --prompt-ids 100,2000,30000,400,5 \
-  --prompt-ids 7,77,777,7777,77777,8,88,888 \
-  --prompt-ids 128000 \
-  --prompt-ids 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16 "$@"
+echo "== afd launch: $CKPT, 2 attention + 2 FFN ranks over UCX, 3 micro-batches"
+build/afd launch --model "$CKPT" --attention-ranks 2 --ffn-ranks 2 --micro-batches 3 \
+  --transport ucx --requests 12 --prompt-len 24 --max-new-tokens 24 --greedy \
+  --trace build/afd-trace.json "$@"

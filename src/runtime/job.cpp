@@ -50,13 +50,14 @@ Result<JobReport> run_local_job(const Step3Model& model, const std::vector<Reque
 
   JobReport rep;
   Trace trace(opt.trace);
-  rep.ranks.resize(static_cast<size_t>(A + M));
+  rep.ranks.resize(static_cast<size_t>(opt.colocated ? A : A + M));
   for (int a = 0; a < A; ++a) rep.ranks[a].name = fmt::format("attention {}", a);
-  for (int f = 0; f < M; ++f) rep.ranks[A + f].name = fmt::format("ffn {}", f);
-  for (int r = 0; r < A + M; ++r) trace.name_track(r, rep.ranks[r].name);
+  if (!opt.colocated)
+    for (int f = 0; f < M; ++f) rep.ranks[A + f].name = fmt::format("ffn {}", f);
+  for (size_t r = 0; r < rep.ranks.size(); ++r) trace.name_track(static_cast<int>(r), rep.ranks[r].name);
 
   std::vector<std::string> names;
-  for (auto& r : rep.ranks) names.push_back(r.name);
+  for (int r = 0; r < A + M; ++r) names.push_back(r < A ? rep.ranks[r].name : fmt::format("ffn {}", r - A));
   auto hub = make_local_hub(A + M, names);
   std::vector<std::unique_ptr<Fabric>> fabrics;
   for (int r = 0; r < A + M; ++r) fabrics.push_back(make_local_fabric(hub, r));
@@ -92,6 +93,7 @@ Result<JobReport> run_local_job(const Step3Model& model, const std::vector<Reque
         if (opt.colocated) {
           ffn = make_local_ffn(std::make_shared<FfnExecutor>(cfg, model.weights(), placement, 0), cfg);
           ao.lockstep = false;
+          ao.micro_batches = 1;  // nothing runs beside the FFN here, so nothing to overlap
         } else {
           ffn = make_remote_ffn(fabrics[a].get(), cfg, &placement, A, opt.dispatch,
                                 opt.peer_timeout, &rep.ranks[a], &trace);

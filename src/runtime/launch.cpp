@@ -200,8 +200,12 @@ Result<JobReport> launch_processes(const LaunchSpec& spec, const std::vector<Req
     log_info("waiting for {} attention and {} FFN workers on {} (afd worker --coordinator ...)", A,
              M, spec.listen);
   }
+  std::vector<std::unique_ptr<ControlChannel>> ch(static_cast<size_t>(W));
+  // Every failure tells each connected worker why before it stops them.
   auto fail = [&](Status s) -> Status {
-    stop_children(kids);
+    for (auto& c : ch)
+      if (c) (void)c->send(json{{"type", "abort"}, {"reason", s.message()}}.dump());
+    stop_children(kids, milliseconds(2000));
     return s;
   };
 
@@ -218,7 +222,6 @@ Result<JobReport> launch_processes(const LaunchSpec& spec, const std::vector<Req
     return out;
   };
   // ---- hello (sent on connect): every rank exactly once ----
-  std::vector<std::unique_ptr<ControlChannel>> ch(static_cast<size_t>(W));
   std::vector<json> hello(static_cast<size_t>(W));
   const auto start_deadline = std::chrono::steady_clock::now() + kStartTimeout;
   for (int got = 0; got < W;) {
@@ -342,10 +345,11 @@ Result<JobReport> launch_processes(const LaunchSpec& spec, const std::vector<Req
 }
 
 Status run_worker(const std::string& coordinator, const std::string& role, int index,
-                  const std::string& model_name, uint64_t weights_seed) {
+                  const std::string& model_name, uint64_t weights_seed,
+                  milliseconds connect_timeout) {
   if (role != "attention" && role != "ffn")
     return InvalidArgument("--role must be attention or ffn, got \"{}\"", role);
-  AFD_ASSIGN_OR_RETURN(auto ctl, ControlChannel::connect(coordinator, kStartTimeout));
+  AFD_ASSIGN_OR_RETURN(auto ctl, ControlChannel::connect(coordinator, connect_timeout));
   const std::string me = fmt::format("{} {}", role, index);
   AFD_RETURN_IF_ERROR(ctl->send(json{{"type", "hello"}, {"role", role}, {"index", index},
                                      {"pid", static_cast<int>(getpid())}}.dump()));
@@ -358,7 +362,9 @@ Status run_worker(const std::string& coordinator, const std::string& role, int i
   AFD_RETURN_IF_ERROR(ctl->send(json{{"type", "ready"}, {"fingerprint", fingerprint(m)},
                                      {"model", model_name}}.dump()));
   AFD_ASSIGN_OR_RETURN(json assign, recv_json(*ctl, kStartTimeout));
-  if (assign.value("type", "") == "abort") return Status(Code::kUnavailable, assign["reason"].get<std::string>());
+  if (assign.value("type", "") == "abort")
+    return Status(Code::kUnavailable, fmt::format("the coordinator aborted the job: {}",
+                                                  assign["reason"].get<std::string>()));
   const int rank = assign["rank"], world = assign["world"];
   auto names = assign["names"].get<std::vector<std::string>>();
   auto ep = UcxEndpoint::create(rank, world, names);

@@ -12,6 +12,7 @@
 // coordinator names the dead rank, aborts every other rank, and fails the job.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,7 @@ Result<JobReport> launch_processes(const LaunchSpec& spec, const std::vector<Req
 // Worker: connects to the coordinator, loads the model, serves as `role` ("attention" or
 // "ffn") number `index`. Returns the process exit status.
 Status run_worker(const std::string& coordinator, const std::string& role, int index,
-                  const std::string& model, uint64_t weights_seed);
+                  const std::string& model, uint64_t weights_seed,
+                  std::chrono::milliseconds connect_timeout = std::chrono::milliseconds(60000));
 
 }  // namespace afd

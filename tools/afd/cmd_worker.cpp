@@ -11,6 +11,7 @@ Command register_worker(CLI::App& app) {
     std::string coordinator, role, model = "step3-tiny";
     int index = 0;
     uint64_t weights_seed = 0;
+    int64_t connect_timeout_ms = 60000;
   };
   auto a = std::make_shared<Args>();
   CLI::App* w = app.add_subcommand(
@@ -23,8 +24,12 @@ Command register_worker(CLI::App& app) {
   w->add_option("--model", a->model, "Checkpoint folder or preset (same model on every rank)")
       ->capture_default_str();
   w->add_option("--weights-seed", a->weights_seed, "Seed of a preset's random weights")->capture_default_str();
+  w->add_option("--connect-timeout-ms", a->connect_timeout_ms,
+                "How long to keep trying to reach the coordinator")
+      ->capture_default_str();
   return {w, [a] {
-            check(run_worker(a->coordinator, a->role, a->index, a->model, a->weights_seed));
+            check(run_worker(a->coordinator, a->role, a->index, a->model, a->weights_seed,
+                             std::chrono::milliseconds(a->connect_timeout_ms)));
             return 0;
           }};
 }
