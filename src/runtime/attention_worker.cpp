@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <map>
+#include <thread>
 
 namespace afd {
 
@@ -16,6 +17,7 @@ class RemoteFfn : public FfnClient {
   Status dispatch(int64_t step, int64_t layer, int mb, uint32_t flags, const float* x,
                   const int32_t* ids, const float* w, int64_t T) override {
     ScopedSpan sp(tr_, f_->rank(), fmt::format("send L{} mb{}", layer, mb), "comm", &st_->comm_s);
+    sent_at_[mb] = Trace::now_us();
     const int M = p_->ffn_ranks();
     const int64_t k = cfg_.is_moe_layer(layer) ? cfg_.moe_top_k : 0;
     auto& rows = rows_[mb];
@@ -32,6 +34,11 @@ class RemoteFfn : public FfnClient {
   Status combine(int64_t step, int64_t layer, int mb, float* h, uint32_t* flags) override {
     *flags = 0;
     const int M = p_->ffn_ranks();
+    struct Latency {  // records the round trip once every partial is in
+      RankStats* st;
+      double start;
+      ~Latency() { st->add_transfer_latency((Trace::now_us() - start) * 1e-6); }
+    } lat{st_, sent_at_[mb]};
     for (int f = 0; f < M; ++f) {
       {
         ScopedSpan sp(tr_, f_->rank(), fmt::format("wait L{} mb{}", layer, mb), "wait", &st_->wait_s);
@@ -56,6 +63,7 @@ class RemoteFfn : public FfnClient {
   RankStats* st_;
   Trace* tr_;
   std::map<int, std::vector<std::vector<int64_t>>> rows_;  // mb -> ffn rank -> token rows sent
+  std::map<int, double> sent_at_;                           // mb -> dispatch time (us)
   std::vector<uint8_t> buf_;
 };
 
@@ -111,8 +119,28 @@ Status run_attention_rank(const Step3Model& model, KVCache& cache, Scheduler& sc
   const int K = opt.micro_batches;
   const int64_t H = cfg.hidden_size, L = cfg.num_hidden_layers, V = cfg.vocab_size;
   const double t0 = Trace::now_us();
+  bool winding_down = opt.hooks == nullptr;
   for (int64_t step = 0;; ++step) {
-    const bool done = sched.done();
+    if (opt.hooks) {
+      std::vector<Request> add;
+      std::vector<int64_t> cancel;
+      bool stop = false;
+      opt.hooks->poll(&add, &cancel, &stop);
+      winding_down = winding_down || stop;
+      std::vector<TokenUpdate> refused;
+      for (Request& r : add) {
+        const int64_t index = r.index;
+        Status s = sched.add(std::move(r));
+        if (!s.ok()) refused.push_back({index, {}, true, "error: " + s.message()});
+      }
+      for (int64_t id : cancel) sched.cancel(id);  // between steps: no chunk refers to it
+      std::vector<TokenUpdate> ups = sched.take_updates();
+      ups.insert(ups.end(), refused.begin(), refused.end());
+      if (!ups.empty()) opt.hooks->emit(std::move(ups), sched, *st);
+      // Idle: pace the empty lock-step so waiting ranks do not spin.
+      if (sched.done() && !winding_down) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    const bool done = sched.done() && winding_down;
     if (done && !opt.lockstep) break;
     const double step_start = Trace::now_us();
     std::vector<std::vector<PlannedChunk>> plan =
@@ -177,11 +205,13 @@ Status run_attention_rank(const Step3Model& model, KVCache& cache, Scheduler& sc
       logits[m] = model.logits(mb.h.data(), r);
       for (size_t i = 0; i < r.size(); ++i) rows.push_back(logits[m].data<float>() + i * V);
     }
-    if (!done) {
+    {
       const double now = Trace::now_us();
       sched.commit(plan, rows, V, (now - t0) * 1e-6);
       if (!rows.empty()) out->step_seconds.push_back((now - step_start) * 1e-6);
       for (auto& f : sched.take_finished()) out->finished.push_back(std::move(f));
+      std::vector<TokenUpdate> ups = sched.take_updates();
+      if (opt.hooks && !ups.empty()) opt.hooks->emit(std::move(ups), sched, *st);
     }
     st->steps = step + 1;
   }

@@ -38,9 +38,23 @@ std::unique_ptr<FfnClient> make_remote_ffn(Fabric* fabric, const ModelConfig& cf
 // Colocated baseline: the whole FFN in this process, computed at dispatch time, f32.
 std::unique_ptr<FfnClient> make_local_ffn(std::shared_ptr<FfnExecutor> ex, const ModelConfig& cfg);
 
+// Serving: requests arrive and tokens leave while the rank runs (runtime/serving.cpp).
+class ServingHooks {
+ public:
+  virtual ~ServingHooks() = default;
+  // At the start of every step: requests to add, ids to cancel, and whether to wind down
+  // (finish what is queued, then stop).
+  virtual void poll(std::vector<Request>* add, std::vector<int64_t>* cancel, bool* shutdown) = 0;
+  // After every step: what it produced (and requests refused at admission, finished with a
+  // reason starting "error:"), with the scheduler and stats to read gauges from.
+  virtual void emit(std::vector<TokenUpdate> updates, const Scheduler& sched,
+                    const RankStats& stats) = 0;
+};
+
 struct AttentionRankOptions {
   int micro_batches = 3;
   bool lockstep = true;  // remote FFN: keep stepping (empty) until every attention rank is done
+  ServingHooks* hooks = nullptr;  // null: run the queued requests to completion
 };
 
 struct AttentionResult {

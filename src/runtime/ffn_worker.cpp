@@ -99,6 +99,10 @@ Status run_ffn_rank(Fabric& fabric, const FfnExecutor& ex, const ModelConfig& cf
   std::vector<int32_t> ids;
   std::vector<uint8_t> out;
   for (int64_t step = 0;; ++step) {
+    if (opt.on_step) {
+      st->wall_s = (Trace::now_us() - t0) * 1e-6;
+      opt.on_step(*st);
+    }
     for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
       for (int m = 0; m < K; ++m) {
         const uint64_t tag = afd_tag(step, l, m, 0);

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/tensor.h"
@@ -43,6 +44,8 @@ struct FfnRankOptions {
   int micro_batches = 3;
   WireDType dispatch = WireDType::kFp8;
   std::chrono::milliseconds peer_timeout{10000};
+  // Called at the start of every step with the stats so far (serving publishes gauges).
+  std::function<void(const RankStats&)> on_step;
 };
 
 // The FFN rank's loop: per step, per layer, per micro-batch, receive from EVERY attention

@@ -112,10 +112,7 @@ Result<json> recv_json(ControlChannel& c, milliseconds timeout) {
   }
 }
 
-struct Child {
-  pid_t pid = -1;
-  std::string name;
-};
+using Child = ChildProcess;
 
 std::string exit_text(int st) {
   if (WIFSIGNALED(st)) return fmt::format("killed by signal {}", WTERMSIG(st));
@@ -156,6 +153,57 @@ void stop_children(std::vector<Child>& kids, milliseconds grace = milliseconds(0
   }
 }
 
+
+// Serving: what the watcher thread hands to the attention loop.
+struct WorkerInbox {
+  std::mutex mu;
+  std::vector<Request> add;
+  std::vector<int64_t> cancel;
+  bool shutdown = false;
+};
+
+Request request_from_json(const json& j) {
+  Request r;
+  r.index = j["index"];
+  r.prompt = j["prompt"].get<std::vector<int32_t>>();
+  r.max_new_tokens = j["max_new_tokens"];
+  r.own_sampling = true;
+  r.sampling.temperature = j["temperature"];
+  r.sampling.top_p = j["top_p"];
+  r.sampling.top_k = j["top_k"];
+  r.rng_seed = j["rng_seed"];
+  r.stop_token_ids = j["stop_token_ids"].get<std::vector<int32_t>>();
+  return r;
+}
+
+std::vector<double> recent(const std::vector<double>& v, size_t n) {
+  return std::vector<double>(v.end() - static_cast<long>(std::min(n, v.size())), v.end());
+}
+
+class WorkerHooks : public ServingHooks {
+ public:
+  WorkerHooks(WorkerInbox* in, ControlChannel* ctl) : in_(in), ctl_(ctl) {}
+  void poll(std::vector<Request>* add, std::vector<int64_t>* cancel, bool* shutdown) override {
+    std::lock_guard<std::mutex> g(in_->mu);
+    add->swap(in_->add);
+    cancel->swap(in_->cancel);
+    *shutdown = in_->shutdown;
+  }
+  void emit(std::vector<TokenUpdate> ups, const Scheduler& s, const RankStats& st) override {
+    json u = json::array();
+    for (const auto& x : ups)
+      u.push_back({{"index", x.index}, {"tokens", x.tokens}, {"finished", x.finished}, {"reason", x.reason}});
+    json j = {{"type", "tokens"},   {"updates", u},          {"running", s.running()},
+              {"waiting", s.waiting()}, {"kv", s.kv_used_fraction()}, {"stats", stats_json(st)},
+              {"latency", recent(st.transfer_latency, 64)}};
+    (void)ctl_->send(j.dump());  // a lost coordinator is noticed by the watcher
+  }
+
+ private:
+  WorkerInbox* in_;
+  ControlChannel* ctl_;
+};
+
 }  // namespace
 
 Result<ModelConfig> model_config_of(const std::string& model) {
@@ -165,7 +213,9 @@ Result<ModelConfig> model_config_of(const std::string& model) {
   return ModelConfig::preset(model);
 }
 
-Result<JobReport> launch_processes(const LaunchSpec& spec, const std::vector<Request>& reqs) {
+Result<std::unique_ptr<ProcessCluster>> ProcessCluster::start(
+    const LaunchSpec& spec, bool serving,
+    const std::function<std::string(int rank)>& requests_for) {
   const JobOptions& o = spec.job;
   const int A = o.attention_ranks, M = o.ffn_ranks, W = A + M;
   AFD_ASSIGN_OR_RETURN(ModelConfig cfg, model_config_of(spec.model));
@@ -174,11 +224,16 @@ Result<JobReport> launch_processes(const LaunchSpec& spec, const std::vector<Req
   AFD_ASSIGN_OR_RETURN(auto server, ControlServer::listen(external ? spec.listen : "127.0.0.1:0"));
   const std::string coord = fmt::format("127.0.0.1:{}", server->port());
 
-  std::vector<Child> kids;
-  std::vector<std::string> names(static_cast<size_t>(W));
+  auto pc = std::unique_ptr<ProcessCluster>(new ProcessCluster());
+  pc->A = A, pc->M = M;
+  std::vector<Child>& kids = pc->kids;
+  std::vector<std::string>& names = pc->names;
+  names.resize(static_cast<size_t>(W));
   for (int r = 0; r < W; ++r) names[r] = r < A ? fmt::format("attention {}", r) : fmt::format("ffn {}", r - A);
   if (!external) {
-    std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    const std::string self = !spec.worker_binary.empty()
+                                 ? spec.worker_binary
+                                 : std::filesystem::read_symlink("/proc/self/exe").string();
     for (int r = 0; r < W; ++r) {
       std::string role = r < A ? "attention" : "ffn", idx = std::to_string(r < A ? r : r - A);
       std::string seed = std::to_string(spec.weights_seed);
@@ -200,7 +255,8 @@ Result<JobReport> launch_processes(const LaunchSpec& spec, const std::vector<Req
     log_info("waiting for {} attention and {} FFN workers on {} (afd worker --coordinator ...)", A,
              M, spec.listen);
   }
-  std::vector<std::unique_ptr<ControlChannel>> ch(static_cast<size_t>(W));
+  std::vector<std::unique_ptr<ControlChannel>>& ch = pc->ch;
+  ch.resize(static_cast<size_t>(W));
   // Every failure tells each connected worker why before it stops them.
   auto fail = [&](Status s) -> Status {
     for (auto& c : ch)
@@ -281,14 +337,51 @@ Result<JobReport> launch_processes(const LaunchSpec& spec, const std::vector<Req
       return fail(Status(Code::kUnavailable, fmt::format("{} failed while creating its UCX endpoint: {}", names[r], a.ok() ? (*a).value("reason", std::string("no address")) : a.status().message())));
     addrs[r] = (*a)["address"];
   }
-  std::vector<int> owner = balance_requests(reqs, A);
   for (int r = 0; r < W; ++r) {
+    json req = json::parse(r < A && requests_for ? requests_for(r) : std::string("[]"));
+    AFD_RETURN_IF_ERROR(ch[r]->send(json{{"type", "start"}, {"addresses", addrs}, {"job", job_json(o)},
+                                         {"requests", req}, {"serving", serving}}.dump()));
+  }
+  return pc;
+}
+
+std::string ProcessCluster::fate(int r) {
+  std::string out;
+  for (auto& k : kids) {
+    int st;
+    if (k.name == names[static_cast<size_t>(r)] && k.pid > 0 && waitpid(k.pid, &st, WNOHANG) == k.pid) {
+      out = fmt::format(" (pid {} {})", k.pid, exit_text(st));
+      k.pid = -1;
+    }
+  }
+  return out;
+}
+
+void ProcessCluster::abort_all(const std::string& why, int except) {
+  for (int r = 0; r < static_cast<int>(ch.size()); ++r)
+    if (r != except && ch[r]) {
+      std::lock_guard<std::mutex> g(send_mu);
+      (void)ch[r]->send(json{{"type", "abort"}, {"reason", why}}.dump());
+    }
+  stop_children(kids, milliseconds(3000));
+}
+
+ProcessCluster::~ProcessCluster() { stop_children(kids, milliseconds(5000)); }
+
+Result<JobReport> launch_processes(const LaunchSpec& spec, const std::vector<Request>& reqs) {
+  const JobOptions& o = spec.job;
+  const int A = o.attention_ranks, M = o.ffn_ranks, W = A + M;
+  std::vector<int> owner = balance_requests(reqs, A);
+  AFD_ASSIGN_OR_RETURN(auto pc, ProcessCluster::start(spec, false, [&](int r) {
     json req = json::array();
     for (size_t i = 0; i < reqs.size(); ++i)
-      if (r < A && owner[i] == r)
+      if (owner[i] == r)
         req.push_back({{"index", reqs[i].index}, {"prompt", reqs[i].prompt}, {"max_new_tokens", reqs[i].max_new_tokens}});
-    AFD_RETURN_IF_ERROR(ch[r]->send(json{{"type", "start"}, {"addresses", addrs}, {"job", job_json(o)}, {"requests", req}}.dump()));
-  }
+    return req.dump();
+  }));
+  std::vector<std::unique_ptr<ControlChannel>>& ch = pc->ch;
+  std::vector<std::string>& names = pc->names;
+  std::vector<Child>& kids = pc->kids;
 
   // ---- run: collect results; a closed connection before the result is a dead rank ----
   JobReport rep;
@@ -308,13 +401,11 @@ Result<JobReport> launch_processes(const LaunchSpec& spec, const std::vector<Req
     else if ((*m).value("type", "") == "error") why = fmt::format("{} failed: {}", names[r], (*m).value("reason", std::string("?")));
     if (!why.empty()) {
       std::this_thread::sleep_for(milliseconds(50));  // let the exit status land
-      why += fate(names[r]);
-      for (int o2 = 0; o2 < W; ++o2)
-        if (o2 != r && !have[o2]) (void)ch[o2]->send(json{{"type", "abort"}, {"reason", why}}.dump());
+      why += pc->fate(r);
       int64_t in_flight = 0;
       for (int a = 0; a < A; ++a) if (!have[a]) for (int x : owner) in_flight += x == a;
-      stop_children(kids, milliseconds(3000));
-      return fail(Status(Code::kUnavailable, fmt::format("{}; {} requests in flight failed", why, in_flight)));
+      pc->abort_all(why, r);
+      return (Status(Code::kUnavailable, fmt::format("{}; {} requests in flight failed", why, in_flight)));
     }
     const json& res = *m;
     rep.ranks[r] = stats_from_json(res["stats"]);
@@ -383,7 +474,11 @@ Status run_worker(const std::string& coordinator, const std::string& role, int i
   const int A = o.attention_ranks;
   AFD_ASSIGN_OR_RETURN(Placement placement, Placement::build(m.config(), o.ffn_ranks));
 
-  // The watcher turns an abort (or a lost coordinator) into dead peers: no wait outlives it.
+  // The watcher reads the control plane while the rank runs: requests, cancellations and
+  // shutdown (serving) go to the inbox; an abort, or a lost coordinator, turns into dead peers,
+  // so no wait outlives it.
+  const bool serving = start.value("serving", false);
+  WorkerInbox inbox;
   std::atomic<bool> finished{false};
   std::thread watcher([&] {
     while (!finished) {
@@ -391,6 +486,14 @@ Status run_worker(const std::string& coordinator, const std::string& role, int i
       Status s = ctl->recv(&msg, milliseconds(200));
       if (s.ok()) {
         auto j = json::parse(msg, nullptr, false);
+        const std::string type = j.is_object() ? j.value("type", "") : "";
+        if (type == "request" || type == "cancel" || type == "shutdown") {
+          std::lock_guard<std::mutex> g(inbox.mu);
+          if (type == "request") inbox.add.push_back(request_from_json(j));
+          else if (type == "cancel") inbox.cancel.push_back(j["index"].get<int64_t>());
+          else inbox.shutdown = true;
+          continue;
+        }
         std::string why = j.is_object() ? j.value("reason", std::string("aborted")) : "aborted";
         for (int p = 0; p < world; ++p) if (p != rank) fabric->mark_dead(p, why);
         return;
@@ -419,6 +522,8 @@ Status run_worker(const std::string& coordinator, const std::string& role, int i
       auto ffn = make_remote_ffn(fabric.get(), m.config(), &placement, A, o.dispatch, o.peer_timeout, &st, &trace);
       AttentionRankOptions ao;
       ao.micro_batches = o.micro_batches;
+      WorkerHooks hooks(&inbox, ctl.get());
+      if (serving) ao.hooks = &hooks;
       AttentionResult res;
       run = run_attention_rank(m, cache, sched, *ffn, ao, rank, &st, &trace, &res);
       for (const Finished& f : res.finished) {
@@ -428,7 +533,14 @@ Status run_worker(const std::string& coordinator, const std::string& role, int i
     }
   } else {
     FfnExecutor ex(m.config(), m.weights(), placement, rank - A);
-    FfnRankOptions fo{A, o.micro_batches, o.dispatch, o.peer_timeout};
+    FfnRankOptions fo{A, o.micro_batches, o.dispatch, o.peer_timeout, {}};
+    double last = 0;
+    if (serving)
+      fo.on_step = [&](const RankStats& s) {  // gauges for /metrics, twice a second
+        if (Trace::now_us() - last < 5e5) return;
+        last = Trace::now_us();
+        (void)ctl->send(json{{"type", "gauges"}, {"stats", stats_json(s)}}.dump());
+      };
     run = run_ffn_rank(*fabric, ex, m.config(), fo, &st, &trace);
   }
   st.bytes_sent = fabric->bytes_sent();

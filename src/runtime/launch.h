@@ -13,11 +13,15 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "model/config.h"
 #include "runtime/job.h"
+#include "transport/control.h"
 
 namespace afd {
 
@@ -26,6 +30,37 @@ struct LaunchSpec {
   uint64_t weights_seed = 0;
   JobOptions job;
   std::string listen;       // empty: 127.0.0.1:0 and spawn the workers here
+  std::string worker_binary;  // the `afd` executable to spawn; empty: this executable
+};
+
+// Worker processes of one job after start-up: every rank said hello, loaded the same model
+// (fingerprints agree), and got the others' fabric addresses and its "start" message.
+struct ChildProcess {
+  int pid = -1;      // -1 once reaped, or for an external worker
+  std::string name;  // "attention 0"
+};
+class ProcessCluster {
+ public:
+  // Spawns (or, with spec.listen, waits for) A + M workers. requests_for(r) gives attention
+  // rank r's initial requests as a JSON array text (may be null: none); serving ranks keep
+  // taking requests over the control plane.
+  static Result<std::unique_ptr<ProcessCluster>> start(
+      const LaunchSpec& spec, bool serving, const std::function<std::string(int rank)>& requests_for);
+  ~ProcessCluster();  // stops (then kills) every spawned worker
+
+  // " (pid N killed by signal 9)" for a spawned rank that has exited, else "".
+  std::string fate(int rank);
+  // Tells every rank but `except` why the job stops, then stops the spawned workers.
+  void abort_all(const std::string& why, int except = -1);
+
+  int A = 0, M = 0;
+  std::vector<std::string> names;                     // [rank]
+  std::vector<std::unique_ptr<ControlChannel>> ch;  // [rank]
+  std::vector<ChildProcess> kids;
+  std::mutex send_mu;  // ControlChannel::send from several threads
+
+ private:
+  ProcessCluster() = default;
 };
 
 // Config of `--model` without loading weights (for vocab checks in the coordinator).

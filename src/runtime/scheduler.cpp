@@ -29,9 +29,10 @@ void Scheduler::admit() {
     const Request& r = waiting_.front();
     const int64_t need = blocks_for(static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens);
     if (need > cache_->free_blocks() - reserved_) break;  // cache full: wait (FIFO, no skipping)
-    Running run{r, cache_->create_sequence(), 0, {}, {},
-                cpu::Rng(cfg_.seed ^ (0x9e3779b97f4a7c15ull * static_cast<uint64_t>(r.index + 1))),
-                need};
+    const uint64_t seed = r.own_sampling
+                              ? r.rng_seed
+                              : cfg_.seed ^ (0x9e3779b97f4a7c15ull * static_cast<uint64_t>(r.index + 1));
+    Running run{r, cache_->create_sequence(), 0, {}, {}, cpu::Rng(seed), need};
     reserved_ += need;
     running_.push_back(std::move(run));
     waiting_.pop_front();
@@ -86,8 +87,11 @@ void Scheduler::commit(const std::vector<std::vector<PlannedChunk>>& plan,
       // The cache grew by this chunk: the reservation shrinks by the blocks it allocated.
       if (!pc.samples) continue;
       AFD_CHECK(li < logits.size(), "commit: {} logits rows for more sampling chunks", logits.size());
-      r.generated.push_back(cpu::sample(logits[li++], vocab, cfg_.sampling, r.rng));
+      const cpu::SamplingParams& sp = r.req.own_sampling ? r.req.sampling : cfg_.sampling;
+      const int32_t tok = cpu::sample(logits[li++], vocab, sp, r.rng);
+      r.generated.push_back(tok);
       r.times.push_back(now_s);
+      updates_.push_back({r.req.index, {tok}, false, ""});
     }
   }
   AFD_CHECK(li == logits.size(), "commit: {} logits rows, {} used", logits.size(), li);
@@ -95,8 +99,12 @@ void Scheduler::commit(const std::vector<std::vector<PlannedChunk>>& plan,
   std::vector<Running> keep;
   reserved_ = 0;
   for (Running& r : running_) {
-    if (static_cast<int64_t>(r.generated.size()) >= r.req.max_new_tokens) {
+    const auto& stops = r.req.stop_token_ids;
+    const bool stopped = !r.generated.empty() &&
+                         std::find(stops.begin(), stops.end(), r.generated.back()) != stops.end();
+    if (stopped || static_cast<int64_t>(r.generated.size()) >= r.req.max_new_tokens) {
       cache_->release(r.seq);
+      updates_.push_back({r.req.index, {}, true, stopped ? "stop" : "length"});
       finished_.push_back({r.req.index, std::move(r.generated), std::move(r.times)});
       continue;
     }
@@ -106,6 +114,36 @@ void Scheduler::commit(const std::vector<std::vector<PlannedChunk>>& plan,
     keep.push_back(std::move(r));
   }
   running_ = std::move(keep);
+}
+
+void Scheduler::cancel(int64_t index) {
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it)
+    if (it->index == index) {
+      waiting_.erase(it);
+      updates_.push_back({index, {}, true, "cancelled"});
+      return;
+    }
+  for (size_t i = 0; i < running_.size(); ++i)
+    if (running_[i].req.index == index) {
+      cache_->release(running_[i].seq);
+      reserved_ -= running_[i].reserved_blocks;
+      running_.erase(running_.begin() + static_cast<long>(i));
+      updates_.push_back({index, {}, true, "cancelled"});
+      return;
+    }
+}
+
+double Scheduler::kv_used_fraction() const {
+  const double total = static_cast<double>(cache_->num_blocks());
+  return total > 0 ? (total - static_cast<double>(cache_->free_blocks()) +
+                      static_cast<double>(reserved_)) / total
+                   : 0;
+}
+
+std::vector<TokenUpdate> Scheduler::take_updates() {
+  std::vector<TokenUpdate> out;
+  out.swap(updates_);
+  return out;
 }
 
 std::vector<Finished> Scheduler::take_finished() {

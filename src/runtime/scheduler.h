@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -22,6 +23,20 @@ struct Request {
   int64_t index = 0;            // the caller's id (results are reported by it)
   std::vector<int32_t> prompt;  // i32 [n], n >= 1
   int64_t max_new_tokens = 16;
+  // Per-request sampling (serving); when unset the scheduler's config applies and the random
+  // stream is Rng(config.seed ^ golden * (index + 1)), as afd generate draws it.
+  bool own_sampling = false;
+  cpu::SamplingParams sampling;
+  uint64_t rng_seed = 0;
+  std::vector<int32_t> stop_token_ids;  // finish after emitting one of these
+};
+
+// Tokens a step produced for one request (serving streams these).
+struct TokenUpdate {
+  int64_t index = 0;
+  std::vector<int32_t> tokens;
+  bool finished = false;
+  std::string reason;  // "length" | "stop" | "cancelled" when finished
 };
 
 struct SchedulerConfig {
@@ -56,7 +71,13 @@ class Scheduler {
   // plan order (micro-batch by micro-batch). Finishes requests that reached max_new_tokens.
   void commit(const std::vector<std::vector<PlannedChunk>>& plan,
               const std::vector<const float*>& logits, int64_t vocab, double now_s);
+  // Drops a request (waiting or running), freeing its KV blocks; it finishes as "cancelled".
+  void cancel(int64_t index);
   bool done() const { return waiting_.empty() && running_.empty(); }
+  // KV blocks in use or promised to running requests, over all blocks.
+  double kv_used_fraction() const;
+  // What every commit()/cancel() since the last call produced, in order.
+  std::vector<TokenUpdate> take_updates();
   int64_t running() const { return static_cast<int64_t>(running_.size()); }
   int64_t waiting() const { return static_cast<int64_t>(waiting_.size()); }
   std::vector<Finished> take_finished();
@@ -79,6 +100,7 @@ class Scheduler {
   std::deque<Request> waiting_;
   std::vector<Running> running_;
   std::vector<Finished> finished_;
+  std::vector<TokenUpdate> updates_;
   int64_t reserved_ = 0;  // sum of reserved_blocks over running
 };
 

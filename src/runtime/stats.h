@@ -19,6 +19,12 @@ struct RankStats {
   uint64_t bytes_received = 0;
   int64_t steps = 0;
   int64_t messages = 0;
+  // Recent A->F->A round trips (dispatch to combine done), seconds; attention ranks only.
+  std::vector<double> transfer_latency;
+  void add_transfer_latency(double s) {
+    if (transfer_latency.size() >= 1024) transfer_latency.erase(transfer_latency.begin(), transfer_latency.begin() + 512);
+    transfer_latency.push_back(s);
+  }
   double idle_fraction() const { return wall_s > 0 ? wait_s / wall_s : 0; }
 };
 
