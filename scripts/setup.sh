@@ -10,7 +10,7 @@ want_tests=0
 [ "${1:-}" = "--tests" ] && want_tests=1
 
 APT_PKGS=(build-essential cmake pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev
-          libfmt-dev libgtest-dev libgmock-dev libucx-dev python3 python3-pip)
+          libfmt-dev libgtest-dev libgmock-dev libucx-dev libboost-dev python3 python3-pip)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,8 +25,9 @@ fi
 
 if [ "$want_tests" = 1 ]; then
   # Test oracles only; the engine itself has no Python.
-  PY_PKGS=("numpy>=1.24" "safetensors>=0.4" "ml_dtypes>=0.3" "tokenizers>=0.15" "pytest>=7")
-  if ! python3 -c "import numpy, safetensors, ml_dtypes, tokenizers, pytest" 2>/dev/null; then
+  PY_PKGS=("numpy>=1.24" "safetensors>=0.4" "ml_dtypes>=0.3" "tokenizers>=0.15" "pytest>=7"
+           "openai>=1.40")
+  if ! python3 -c "import numpy, safetensors, ml_dtypes, tokenizers, pytest, openai" 2>/dev/null; then
     echo "setup: installing Python test oracles: ${PY_PKGS[*]}"
     python3 -m pip install -q "${PY_PKGS[@]}" 2>/dev/null ||
       python3 -m pip install -q --break-system-packages "${PY_PKGS[@]}"

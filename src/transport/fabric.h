@@ -9,7 +9,8 @@
 //     and returns, so two ranks that send to each other before receiving cannot deadlock.
 //     Messages from one sender to one receiver with the same tag must not be in flight twice.
 //   - recv() waits at most `timeout` for the message with exactly (peer, tag). Messages may
-//     arrive in any order; ones not yet asked for are kept until asked for.
+//     arrive in any order; ones not yet asked for are kept until asked for. A recv() that
+//     times out consumes nothing: the next recv() of that (peer, tag) still gets the message.
 //   - A peer known to be dead (mark_dead(), or the implementation found out) makes every
 //     later recv() from it, and every send() to it, fail at once with kUnavailable naming the
 //     peer. A timeout is kUnavailable too, naming the peer and the wait.
@@ -69,9 +70,10 @@ std::unique_ptr<Fabric> make_local_fabric(std::shared_ptr<LocalHub> hub, int ran
 //   std::string mine = w->address();                    // opaque bytes to publish
 //   ... exchange addresses of all ranks ...
 //   auto fabric = UcxEndpoint::connect(std::move(w), all_addresses);  // endpoints to all
-// Transports come from UCX_TLS (default when unset: "sm,self,tcp"; see platform-notes.md).
+// Transports come from UCX_TLS (default when unset: "sm,self,ib,tcp"; platform-notes.md).
 // Endpoints use error mode NONE so that shared memory can be chosen; a dead peer is therefore
-// found by the control plane (mark_dead) or by a bounded wait, never by UCX itself.
+// found by the control plane (mark_dead) or by a bounded wait. (UCX itself reports only a
+// transfer that fails, e.g. a shared-memory read from a killed peer: that recv() fails at once.)
 // UCX's own log lines go to stderr (stdout carries the CLI's results) unless UCX_LOG_FILE is
 // set, at level "error" unless UCX_LOG_LEVEL is set.
 class UcxEndpoint {
@@ -82,8 +84,8 @@ class UcxEndpoint {
   // Opaque bytes (a UCX worker address, a few hundred bytes) to publish to every peer.
   virtual std::string address() const = 0;
   // Consumes the endpoint (its context and worker move into the fabric); addresses[r] is rank
-  // r's address() (its own included). Fails, naming the peer, when an address is malformed or
-  // no transport in UCX_TLS reaches it.
+  // r's address() (its own included), passed on unchanged. Fails, naming the peer, when an
+  // address is empty or no transport in UCX_TLS reaches it.
   static Result<std::unique_ptr<Fabric>> connect(std::unique_ptr<UcxEndpoint> endpoint,
                                                  const std::vector<std::string>& addresses);
 };

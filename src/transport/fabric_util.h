@@ -31,8 +31,7 @@ inline Status check_peer_tag(const char* op, int peer, int world, uint64_t tag) 
   if (peer < 0 || peer >= world)
     return InvalidArgument("fabric {}: peer {} is not a rank (world {})", op, peer, world);
   if (tag >> kFabricTagBits)
-    return InvalidArgument("fabric {}: tag {:#x} does not fit in {} bits", op, tag,
-                           kFabricTagBits);
+    return InvalidArgument("fabric {}: tag {:#x} does not fit in {} bits", op, tag, kFabricTagBits);
   return Status::OK();
 }
 

@@ -105,6 +105,7 @@ class LocalFabric final : public Fabric {
   Status recv(int peer, uint64_t tag, std::vector<uint8_t>* out,
               std::chrono::milliseconds timeout) override {
     AFD_RETURN_IF_ERROR(check_peer_tag("recv", peer, world(), tag));
+    if (out == nullptr) return InvalidArgument("fabric recv: no output vector");
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     LocalHub::Mailbox& box = hub_->box(rank_);
     std::unique_lock<std::mutex> lk(box.mu);

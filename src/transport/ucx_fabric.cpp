@@ -3,26 +3,27 @@
 //
 // Threads and locking. Every ucp_* call on the worker or its endpoints happens under `mu_`
 // (the worker is created UCS_THREAD_MODE_SERIALIZED). Whoever drives the worker runs rounds of
-// "progress until idle, then match every registered receive against UCX's unexpected queue";
-// when a round finds nothing it arms the worker and sleeps in poll() on UCX's event fd and our
-// wake fd, with the lock released. At most one thread sleeps in poll() at a time (`polling_`).
-//   - A recv() caller drives the worker itself while it waits (the loop of the brief: progress,
-//     probe, receive), so a message that arrives wakes the very thread that wants it.
-//   - The progress thread drives it whenever no recv() is waiting. It keeps a rank's transfers
-//     moving while its caller computes and calls no fabric method: rendezvous and
-//     multi-fragment sends need the sender's progress too. A recv() that finds the progress
-//     thread asleep in poll() wakes it, and it pauses until no recv() is waiting.
-// A second recv() thread waits on `cv_` while another one polls; every round matches every
-// registered receive, so its message is received by whoever progresses.
+// "progress until idle, then probe UCX's unexpected queue for every registered receive and post
+// the ones found"; when a round finds nothing it arms the worker and sleeps in poll() on UCX's
+// event fd and our wake fd, lock released. At most one thread sleeps in poll() (`polling_`).
+//   - A recv() caller drives the worker itself while it waits, so an arriving message wakes
+//     the very thread that wants it (one wake-up per message, no hand-over).
+//   - The progress thread drives it when no recv() has been waiting for a while
+//     (kHandBackDelay). It keeps a rank's transfers moving while its caller computes and calls
+//     no fabric method: rendezvous and multi-fragment sends need the sender's progress too.
+//     A recv() that finds it asleep in poll() wakes it, and it pauses until recv()s are done.
+// A second recv() thread (another peer) waits on `cv_` while one polls: every round serves
+// every registered receive, whoever runs it.
 //
 // Tags. UCX tag = (sender rank << 48) | user tag, matched on all 64 bits, so a message is found
 // by exactly (peer, tag); messages nobody asked for yet stay in UCX's unexpected queue.
 //
 // Ownership. A send copies the caller's bytes (send_owned: takes them) into a SendOp owned by
 // the fabric until UCX completes it (immediately, or in the completion callback). A receive
-// lands directly in the caller's vector. If the caller gives up (timeout, dead peer) while UCX
-// still writes into that vector, the vector's heap block moves into an "orphaned" RecvOp that
-// the fabric owns until the callback fires or the worker is destroyed.
+// lands directly in the caller's vector. Once matched, a message is UCX's no more: if the
+// caller gives up (timeout) while the transfer runs (a long message over TCP takes a while),
+// the vector's heap block moves into the op, the op is "detached" (owned by the fabric), and
+// the next recv() of that (peer, tag) adopts it; the message is not lost.
 //
 // Logging. UCX's log handler is replaced (see log_handler): lines go to stderr, and "fatal"
 // lines that UCX logs and then returns an error for (e.g. a CMA read from a peer that was just
@@ -61,19 +62,27 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Shared memory first (same host), self for a rank's messages to itself, tcp across hosts.
-// Endpoints use error mode NONE, the only mode in which UCX 1.13 picks shared memory.
-constexpr const char* kDefaultTls = "sm,self,tcp";
+// Shared memory on one host, self for a rank's messages to itself, InfiniBand/RoCE across hosts
+// where there is some (ignored where there is none, as here), else tcp. Endpoints use error
+// mode NONE, the only mode in which UCX 1.13 picks shared memory.
+constexpr const char* kDefaultTls = "sm,self,ib,tcp";
 constexpr uint64_t kFullTagMask = ~uint64_t{0};
-// How long the progress thread sleeps between progress rounds while sends are outstanding:
-// some protocol steps (a sender's FIFO refill, a TCP socket draining) raise no event.
-constexpr auto kBusyPollInterval = std::chrono::microseconds(200);
+// Some protocol steps raise no event: a sender whose shared memory FIFO or TCP socket was full
+// must simply retry, and a receive whose transfer failed (its peer was killed mid-rendezvous)
+// completes at a later progress call. So while sends or matched receives are outstanding,
+// poll() sleeps at most this long. (A shorter bound after every bit of activity was tried: no
+// gain in round trips here, more wake-ups.)
+constexpr auto kOpPoll = std::chrono::microseconds(200);
 // Idle sleep; every interesting event (network, send(), stop) wakes the thread earlier.
 constexpr auto kIdlePollInterval = std::chrono::milliseconds(100);
 // How long recv() polls without sleeping (AFD_UCX_SPIN_US). Off by default: on a host with
-// fewer cores than busy threads a spinning waiter slows the very peers it waits for (measured:
-// 896 KiB round trips got 3x slower on 2 cores); worth trying on a many-core host.
+// fewer cores than busy threads a spinning waiter slows the very peers it waits for (on the
+// 2-core machines here it made 896 KiB round trips slower); worth trying on a many-core host.
 constexpr int64_t kDefaultSpinUs = 0;
+// How long the progress thread leaves the worker alone after the last recv() returned. Short
+// enough that a caller's send()s keep moving while it computes; long enough to span the gap
+// between two recv() calls of a receive loop.
+constexpr auto kHandBackDelay = std::chrono::microseconds(500);
 // Bound on closing endpoints in the destructor (a dead peer never confirms anything).
 constexpr auto kCloseTimeout = std::chrono::milliseconds(1000);
 
@@ -89,17 +98,23 @@ uint64_t ucx_tag(int sender, uint64_t tag) {
 // the "trigger" level (fatal), including ones after which UCX carries on and returns an error
 // (a CMA read from a dead peer): stopping those here turns them into errors the caller sees.
 bool g_ucx_log_to_stderr = true;
+// Set while a fabric closes its endpoints: UCX then logs an error for every peer that left
+// first ("error during flush: Endpoint timeout" over tcp), which at shutdown is expected.
+// Kept when the user asked for UCX_LOG_LEVEL explicitly.
+thread_local bool t_closing = false;
+bool g_quiet_close = true;
 
-ucs_log_func_rc_t log_handler(const char* file, unsigned line, const char*,
-                              ucs_log_level_t level, const ucs_log_component_config_t*,
-                              const char* format, va_list ap) {
+ucs_log_func_rc_t log_handler(const char* file, unsigned line, const char*, ucs_log_level_t level,
+                              const ucs_log_component_config_t*, const char* format, va_list ap) {
+  if (t_closing && g_quiet_close && level != UCS_LOG_LEVEL_FATAL) return UCS_LOG_FUNC_RC_STOP;
   if (!g_ucx_log_to_stderr && level != UCS_LOG_LEVEL_FATAL) return UCS_LOG_FUNC_RC_CONTINUE;
   char msg[1024];
   vsnprintf(msg, sizeof msg, format, ap);
   const char* base = std::strrchr(file, '/');
-  std::fprintf(stderr, "[ucx %s] %s:%u %s\n",
+  std::fprintf(stderr, "[ucx %s] %s:%u %s%s\n",
                level < UCS_LOG_LEVEL_LAST ? ucs_log_level_names[level] : "log",
-               base ? base + 1 : file, line, msg);
+               base ? base + 1 : file, line, msg,
+               level == UCS_LOG_LEVEL_FATAL ? " (afd: not fatal, returned as an error)" : "");
   return UCS_LOG_FUNC_RC_STOP;
 }
 
@@ -109,7 +124,8 @@ void init_ucx_process_settings() {
   static std::once_flag once;
   std::call_once(once, [] {
     // Global options were parsed when libucs loaded; the level may still be changed.
-    if (!std::getenv("UCX_LOG_LEVEL")) ucs_global_opts_set_value("LOG_LEVEL", "error");
+    g_quiet_close = std::getenv("UCX_LOG_LEVEL") == nullptr;
+    if (g_quiet_close) ucs_global_opts_set_value("LOG_LEVEL", "error");
     g_ucx_log_to_stderr = std::getenv("UCX_LOG_FILE") == nullptr;
     ucs_log_push_handler(&log_handler);
     if (const char* s = std::getenv("AFD_UCX_SPIN_US")) g_spin_us = std::max(0L, std::atol(s));
@@ -181,25 +197,24 @@ struct SendOp {
   std::vector<uint8_t> bytes;  // u8 [n]
 };
 
-// One receive. Owned by the recv() call until it returns; then either done, or (when UCX is
-// still writing into the buffer) orphaned: `data` takes over the caller's heap block and the
-// op moves to UcxFabric::orphans_.
+// One receive. Owned by the recv() call until it returns; then either finished, or (when UCX is
+// still writing into the buffer) detached: `data` takes over the caller's heap block, `out`
+// points at `data`, and the op waits in UcxFabric::detached_ for the next recv() of its key.
 struct RecvOp {
   enum State { kWaiting, kPosted, kDone, kFailed };
   UcxFabric* owner;
   int peer;
   uint64_t tag;
-  std::vector<uint8_t>* out;  // the caller's vector: resized to the message, written by UCX
+  // Where UCX writes, resized to the message: the caller's vector, or `data` once detached.
+  std::vector<uint8_t>* out;
   State state = kWaiting;
   ucs_status_t status = UCS_OK;
-  void* request = nullptr;    // the UCX request while kPosted
-  std::vector<uint8_t> data;  // u8 [message length]: an orphan's buffer
-  bool orphaned = false;
+  std::vector<uint8_t> data;  // u8 [message length]: a detached op's buffer
 };
 
 class UcxFabric final : public Fabric {
  public:
-  UcxFabric(UcxEndpointImpl&& ep)
+  explicit UcxFabric(UcxEndpointImpl&& ep)
       : rank_(ep.rank),
         world_(ep.world),
         names_(std::move(ep.names)),
@@ -232,11 +247,11 @@ class UcxFabric final : public Fabric {
                       void* user_data);
 
   // All below: called with mu_ held.
-  bool progress_once();      // progress until idle; true when anything happened
+  bool progress_once();        // progress until idle; true when anything happened
   bool try_match(RecvOp* op);  // probe for op's message and post it; true when found
-  bool match_waiting();      // try_match every registered receive
+  bool match_waiting();        // try_match every registered receive
   Status post_send(std::unique_ptr<SendOp> op, uint64_t tag, std::unique_lock<std::mutex>& lk);
-  void wake();               // makes the progress thread re-evaluate (any thread, any lock)
+  void wake();  // wakes the thread in poll(), if any (any thread, any lock)
   // One round on the calling thread (see the header comment): progress and match, or sleep in
   // poll() until an event, a wake(), or `until`. No sleeping before `spin_until`.
   void drive_once(std::unique_lock<std::mutex>& lk, Clock::time_point until,
@@ -250,20 +265,24 @@ class UcxFabric final : public Fabric {
   ContextPtr context_;                    // outlives worker_ (declared first)
   WorkerPtr worker_;
   int ucx_fd_ = -1;  // the worker's event fd (owned by UCX); -1 when wakeup is unavailable
-  Fd wake_fd_;       // eventfd: send(), recv() and the destructor poke the progress thread
+  Fd wake_fd_;       // eventfd: send(), recv(), mark_dead() and stop wake the poll()ing thread
 
-  mutable std::mutex mu_;  // guards every ucp_* call and everything below
-  std::condition_variable cv_;     // recv() and flush() waiters
-  std::condition_variable pt_cv_;  // the progress thread, paused while drivers_ > 0
-  int drivers_ = 0;                // recv() callers inside their wait loop
-  bool polling_ = false;           // a thread sleeps in poll() (lock released)
-  bool pt_polling_ = false;        // ... and it is the progress thread
-  std::vector<ucp_ep_h> eps_;      // [world] endpoint to each rank (self included)
-  std::vector<std::string> dead_;  // [world] reason given to mark_dead, empty = alive
-  std::set<SendOp*> sends_;        // owned: sends UCX has not completed
+  mutable std::mutex mu_;               // guards every ucp_* call and everything below
+  std::condition_variable cv_;          // recv() and flush() waiters
+  std::condition_variable pt_cv_;       // the progress thread sleeps here while recv()s drive
+  int drivers_ = 0;                     // recv() callers inside their wait loop
+  bool polling_ = false;                // a thread sleeps in poll() (lock released)
+  bool pt_polling_ = false;             // ... and it is the progress thread
+  Clock::time_point last_driver_exit_;  // when drivers_ last fell to 0
+  std::vector<ucp_ep_h> eps_;           // [world] endpoint to each rank (self included)
+  std::vector<std::string> dead_;       // [world] reason given to mark_dead, empty = alive
+  std::set<SendOp*> sends_;             // owned: sends UCX has not completed
   std::map<std::pair<int, uint64_t>, RecvOp*> waiting_;  // registered, not yet matched
-  std::set<RecvOp*> orphans_;                            // owned: abandoned while posted
-  std::string send_error_;  // first asynchronous send failure, reported by flush()
+  // Owned: matched receives whose caller gave up before the transfer ended, by (peer, tag).
+  std::map<std::pair<int, uint64_t>, RecvOp*> detached_;
+  std::string send_error_;    // first asynchronous send failure, reported by flush()
+  int posted_recvs_ = 0;      // receives UCX is still writing (detached ones included)
+  uint64_t completions_ = 0;  // requests completed by UCX callbacks so far
   bool stop_ = false;
   std::thread progress_;
 
@@ -288,8 +307,8 @@ Status UcxFabric::start(const std::vector<std::string>& addresses) {
     ucs_status_t s = ucp_ep_create(worker_.get(), &p, &eps_[r]);
     if (s != UCS_OK) {
       eps_[r] = nullptr;
-      return Unavailable("ucx fabric: {} cannot reach {} (UCX_TLS={}): {}", name(rank_),
-                         name(r), effective_tls(), ucs_status_string(s));
+      return Unavailable("ucx fabric: {} cannot reach {} (UCX_TLS={}): {}", name(rank_), name(r),
+                         effective_tls(), ucs_status_string(s));
     }
   }
   progress_ = std::thread([this] { progress_loop(); });
@@ -310,6 +329,7 @@ UcxFabric::~UcxFabric() {
   // Flush-mode close: a forced close may raise transport errors on the peer, which endpoints
   // in error mode NONE must not see (ucp.h). The wait is bounded: a dead peer never answers,
   // and the worker's destruction below releases whatever is left.
+  t_closing = true;
   std::vector<void*> closing;
   for (ucp_ep_h& ep : eps_) {
     if (!ep) continue;
@@ -334,15 +354,17 @@ UcxFabric::~UcxFabric() {
     }
   }
   for (void* r : closing) ucp_request_free(r);  // released by UCX when it completes
-  // Destroying the worker completes (with an error) whatever UCX still holds; callbacks that
-  // fire then free their ops. Whatever is left afterwards UCX no longer references.
+  // Callbacks that fire while the worker is destroyed free their ops; whatever is left after
+  // that, UCX no longer references. (A peer that still wants an unreceived rendezvous message
+  // from us then fails to read it: shut down after flush(), as the contract says.)
   worker_.reset();
   for (SendOp* op : sends_) delete op;
   sends_.clear();
-  for (RecvOp* op : orphans_) delete op;
-  orphans_.clear();
+  for (auto& [key, op] : detached_) delete op;
+  detached_.clear();
   lk.unlock();
   context_.reset();
+  t_closing = false;
 }
 
 void UcxFabric::wake() {
@@ -368,16 +390,15 @@ bool UcxFabric::try_match(RecvOp* op) {
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   p.cb.recv = &UcxFabric::on_recv;
   p.user_data = op;
-  ucs_status_ptr_t r =
-      ucp_tag_msg_recv_nbx(worker_.get(), op->out->data(), info.length, msg, &p);
+  ucs_status_ptr_t r = ucp_tag_msg_recv_nbx(worker_.get(), op->out->data(), info.length, msg, &p);
   if (UCS_PTR_IS_ERR(r)) {
     op->state = RecvOp::kFailed;
     op->status = UCS_PTR_STATUS(r);
   } else if (r == nullptr) {
     op->state = RecvOp::kDone;  // completed in place; no callback will come
   } else {
-    op->state = RecvOp::kPosted;
-    op->request = r;
+    op->state = RecvOp::kPosted;  // on_recv finishes it; the request is freed there
+    ++posted_recvs_;
   }
   return true;
 }
@@ -401,9 +422,10 @@ void UcxFabric::on_send(void* request, ucs_status_t status, void* user_data) {
   UcxFabric* self = op->owner;
   ucp_request_free(request);
   if (status != UCS_OK && status != UCS_ERR_CANCELED && self->send_error_.empty())
-    self->send_error_ = fmt::format("sending to {} failed: {}", self->name(op->peer),
-                                    ucs_status_string(status));
+    self->send_error_ =
+        fmt::format("sending to {} failed: {}", self->name(op->peer), ucs_status_string(status));
   self->sends_.erase(op);
+  ++self->completions_;
   delete op;
   self->cv_.notify_all();  // flush() waits for sends_ to drain
 }
@@ -412,12 +434,8 @@ void UcxFabric::on_recv(void* request, ucs_status_t status, const ucp_tag_recv_i
                         void* user_data) {
   auto* op = static_cast<RecvOp*>(user_data);
   ucp_request_free(request);
-  op->request = nullptr;
-  if (op->orphaned) {
-    op->owner->orphans_.erase(op);
-    delete op;
-    return;
-  }
+  --op->owner->posted_recvs_;
+  ++op->owner->completions_;
   op->status = status;
   op->state = status == UCS_OK ? RecvOp::kDone : RecvOp::kFailed;
   op->owner->cv_.notify_all();
@@ -431,8 +449,12 @@ size_t UcxFabric::live_sends() const {
 
 void UcxFabric::drive_once(std::unique_lock<std::mutex>& lk, Clock::time_point until,
                            Clock::time_point spin_until, bool progress_thread) {
+  const uint64_t before = completions_;
   bool busy = progress_once();
   busy |= match_waiting();
+  // A callback may complete a request in a progress call that reports no events (seen: a
+  // receive failing after its peer was killed): its waiter must look before anyone sleeps.
+  busy |= completions_ != before;
   const auto now = Clock::now();
   if (busy || now < spin_until) {
     // Let send()/recv() callers in between rounds (std::mutex is not fair).
@@ -450,7 +472,8 @@ void UcxFabric::drive_once(std::unique_lock<std::mutex>& lk, Clock::time_point u
     armed = s == UCS_OK;
   }
   auto wait = std::chrono::duration_cast<std::chrono::microseconds>(until - now);
-  if (!sends_.empty() || !armed) wait = std::min<std::chrono::microseconds>(wait, kBusyPollInterval);
+  if (!sends_.empty() || posted_recvs_ > 0 || !armed)
+    wait = std::min<std::chrono::microseconds>(wait, kOpPoll);
   polling_ = true;
   pt_polling_ = progress_thread;
   lk.unlock();
@@ -472,8 +495,11 @@ void UcxFabric::drive_once(std::unique_lock<std::mutex>& lk, Clock::time_point u
 void UcxFabric::progress_loop() {
   std::unique_lock<std::mutex> lk(mu_);
   while (!stop_) {
-    if (drivers_ > 0) {
-      pt_cv_.wait(lk, [&] { return drivers_ == 0 || stop_; });
+    // Take over only once recv() has been away for a while. Checked periodically rather than
+    // notified: a caller that receives in a loop would otherwise cost this thread two
+    // wake-ups per message.
+    if (drivers_ > 0 || Clock::now() < last_driver_exit_ + kHandBackDelay) {
+      pt_cv_.wait_for(lk, kHandBackDelay);  // notified only by the destructor
       continue;
     }
     drive_once(lk, Clock::now() + kIdlePollInterval, Clock::time_point(), true);
@@ -503,7 +529,7 @@ Status UcxFabric::send_owned(int peer, uint64_t tag, std::vector<uint8_t> bytes)
 }
 
 Status UcxFabric::post_send(std::unique_ptr<SendOp> op, uint64_t tag,
-                           std::unique_lock<std::mutex>& lk) {
+                            std::unique_lock<std::mutex>& lk) {
   const int peer = op->peer;
   const size_t n = op->bytes.size();
   if (!dead_[peer].empty()) return dead_error(name(peer), dead_[peer]);
@@ -512,22 +538,24 @@ Status UcxFabric::post_send(std::unique_ptr<SendOp> op, uint64_t tag,
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   p.cb.send = &UcxFabric::on_send;
   p.user_data = op.get();
-  ucs_status_ptr_t r =
-      ucp_tag_send_nbx(eps_[peer], op->bytes.data(), n, ucx_tag(rank_, tag), &p);
+  ucs_status_ptr_t r = ucp_tag_send_nbx(eps_[peer], op->bytes.data(), n, ucx_tag(rank_, tag), &p);
   if (UCS_PTR_IS_ERR(r))
     return Unavailable("sending {} bytes to {} (tag {:#x}) failed: {}", n, name(peer), tag,
                        ucs_status_string(UCS_PTR_STATUS(r)));
   sent_ += n;
   if (r == nullptr) return Status::OK();  // done in place: UCX no longer needs the bytes
   sends_.insert(op.release());            // owned by sends_ until on_send
+  // A thread asleep in poll() must shorten its sleep to kOpPoll now that a send is pending.
+  const bool someone_polls = polling_;
   lk.unlock();
-  wake();  // the progress thread now polls at the busy interval until the send completes
+  if (someone_polls) wake();
   return Status::OK();
 }
 
 Status UcxFabric::recv(int peer, uint64_t tag, std::vector<uint8_t>* out,
                        std::chrono::milliseconds timeout) {
   AFD_RETURN_IF_ERROR(check_peer_tag("recv", peer, world_, tag));
+  if (out == nullptr) return InvalidArgument("fabric recv: no output vector");
   const auto start = Clock::now();
   const auto deadline = start + timeout;
   std::unique_lock<std::mutex> lk(mu_);
@@ -537,20 +565,30 @@ Status UcxFabric::recv(int peer, uint64_t tag, std::vector<uint8_t>* out,
     return InvalidArgument("ucx fabric: two recv() from {} with tag {:#x} at once", name(peer),
                            tag);
 
-  auto op = std::make_unique<RecvOp>();
-  op->owner = this;
-  op->peer = peer;
-  op->tag = tag;
-  op->out = out;
-  waiting_[key] = op.get();  // whoever progresses next matches it
+  std::unique_ptr<RecvOp> op;
+  if (auto it = detached_.find(key); it != detached_.end()) {
+    op.reset(it->second);  // an earlier recv() matched this message and gave up: adopt it
+    detached_.erase(it);
+  } else {
+    op = std::make_unique<RecvOp>();
+    op->owner = this;
+    op->peer = peer;
+    op->tag = tag;
+    op->out = out;
+    waiting_[key] = op.get();  // whoever progresses next matches it
+  }
   auto finished = [&] {
-    return op->state == RecvOp::kDone || op->state == RecvOp::kFailed ||
-           !dead_[peer].empty() || stop_;
+    return op->state == RecvOp::kDone || op->state == RecvOp::kFailed || !dead_[peer].empty() ||
+           stop_;
   };
 
   ++drivers_;
   if (pt_polling_) wake();  // take the worker over: the progress thread pauses
   const auto spin_until = std::min(deadline, start + std::chrono::microseconds(g_spin_us));
+  // One round first, whoever polls and whatever the timeout: a message that arrived earlier
+  // sits in the unexpected queue, and only a round (not an event) matches it.
+  progress_once();
+  match_waiting();
   while (!finished() && Clock::now() < deadline) {
     if (polling_) {
       // Another thread sleeps in poll(); it matches our message too, or hands over.
@@ -559,24 +597,26 @@ Status UcxFabric::recv(int peer, uint64_t tag, std::vector<uint8_t>* out,
     }
     drive_once(lk, deadline, spin_until, false);
   }
-  if (--drivers_ == 0) pt_cv_.notify_one();
-  waiting_.erase(key);
+  if (--drivers_ == 0) last_driver_exit_ = Clock::now();
+  if (op->state == RecvOp::kWaiting) waiting_.erase(key);
 
   if (op->state == RecvOp::kDone) {
+    if (op->out != out) *out = std::move(op->data);  // adopted: the bytes are the op's
     received_ += out->size();
     return Status::OK();
   }
   if (op->state == RecvOp::kFailed)
-    return Unavailable("receiving from {} (tag {:#x}) failed: {}", name(peer), tag,
-                       ucs_status_string(op->status));
+    return Unavailable("receiving from {} (tag {:#x}) failed: {} (has {} died?)", name(peer), tag,
+                       ucs_status_string(op->status), name(peer));
   if (op->state == RecvOp::kPosted) {
-    // UCX still writes into the caller's buffer: take the heap block away from the caller
-    // (a vector move keeps the block), cancel, and let the callback or destructor free it.
-    op->data = std::move(*out);
-    out->clear();
-    op->orphaned = true;
-    ucp_request_cancel(worker_.get(), op->request);
-    orphans_.insert(op.release());
+    // UCX still writes into the buffer: keep it (a vector move keeps the heap block) for the
+    // next recv() of this key, so that the message is not lost with this wait.
+    if (op->out == out) {
+      op->data = std::move(*out);
+      op->out = &op->data;
+      out->clear();
+    }
+    detached_[key] = op.release();
   }
   if (!dead_[peer].empty()) return dead_error(name(peer), dead_[peer]);
   if (stop_) return Unavailable("ucx fabric of {} is shutting down", name(rank_));
@@ -641,8 +681,8 @@ Result<std::unique_ptr<UcxEndpoint>> UcxEndpoint::create(int rank, int world,
   ucp_context_h ctx = nullptr;
   s = ucp_init(&params, cfg.get(), &ctx);
   if (s != UCS_OK)
-    return Unavailable("ucx: initialising {} (UCX_TLS={}): {}", ep->names[rank],
-                       effective_tls(), ucs_status_string(s));
+    return Unavailable("ucx: initialising {} (UCX_TLS={}): {}", ep->names[rank], effective_tls(),
+                       ucs_status_string(s));
   ep->context.reset(ctx);
 
   ucp_worker_params_t wp{};
@@ -651,8 +691,7 @@ Result<std::unique_ptr<UcxEndpoint>> UcxEndpoint::create(int rank, int world,
   ucp_worker_h worker = nullptr;
   s = ucp_worker_create(ep->context.get(), &wp, &worker);
   if (s != UCS_OK)
-    return Unavailable("ucx: creating the worker of {}: {}", ep->names[rank],
-                       ucs_status_string(s));
+    return Unavailable("ucx: creating the worker of {}: {}", ep->names[rank], ucs_status_string(s));
   ep->worker.reset(worker);
 
   ucp_address_t* addr = nullptr;
@@ -671,8 +710,7 @@ Result<std::unique_ptr<Fabric>> UcxEndpoint::connect(std::unique_ptr<UcxEndpoint
   if (!impl || !impl->worker)
     return InvalidArgument("ucx fabric: connect() needs an endpoint from UcxEndpoint::create");
   if (static_cast<int>(addresses.size()) != impl->world)
-    return InvalidArgument("ucx fabric: {} addresses for {} ranks", addresses.size(),
-                           impl->world);
+    return InvalidArgument("ucx fabric: {} addresses for {} ranks", addresses.size(), impl->world);
   auto fabric = std::make_unique<UcxFabric>(std::move(*impl));
   AFD_RETURN_IF_ERROR(fabric->start(addresses));
   return std::unique_ptr<Fabric>(std::move(fabric));

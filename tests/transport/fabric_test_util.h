@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -131,14 +132,14 @@ class ProcessWorld {
  public:
   using ChildBody = std::function<int(Fabric&)>;
 
-  ProcessWorld(int world, ChildBody child_body, unsigned child_limit_s = 60)
-      : pids_(world, -1) {
+  ProcessWorld(int world, ChildBody child_body, unsigned child_limit_s = 60) : pids_(world, -1) {
     std::vector<int> up(world, -1), down(world, -1);
     std::fflush(stdout);
     std::fflush(stderr);
     for (int r = 1; r < world; ++r) {
       int u[2], d[2];
-      if (::pipe2(u, O_CLOEXEC) != 0 || ::pipe2(d, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+      if (::pipe2(u, O_CLOEXEC) != 0 || ::pipe2(d, O_CLOEXEC) != 0)
+        throw std::runtime_error("pipe");
       pid_t pid = ::fork();
       if (pid == 0) {
         ::close(u[0]);
@@ -152,26 +153,29 @@ class ProcessWorld {
       up[r] = u[0];
       down[r] = d[1];
     }
-    auto ep = UcxEndpoint::create(0, world, rank_names(world)).value();
-    std::vector<std::string> addrs(world);
-    addrs[0] = ep->address();
-    for (int r = 1; r < world; ++r) {
-      if (!detail::read_str(up[r], &addrs[r])) throw std::runtime_error("child address");
-      ::close(up[r]);
+    try {
+      auto ep = UcxEndpoint::create(0, world, rank_names(world)).value();
+      std::vector<std::string> addrs(world);
+      addrs[0] = ep->address();
+      for (int r = 1; r < world; ++r)
+        if (!detail::read_str(up[r], &addrs[r])) throw std::runtime_error("no child address");
+      for (int r = 1; r < world; ++r)
+        for (const auto& a : addrs) detail::write_str(down[r], a);
+      close_all(&up);
+      close_all(&down);
+      fabric_ = UcxEndpoint::connect(std::move(ep), addrs).value();
+    } catch (...) {
+      // The destructor does not run for a constructor that throws: reap the children here.
+      close_all(&up);
+      close_all(&down);
+      kill_all();
+      throw;
     }
-    for (int r = 1; r < world; ++r) {
-      for (const auto& a : addrs) detail::write_str(down[r], a);
-      ::close(down[r]);
-    }
-    fabric_ = UcxEndpoint::connect(std::move(ep), addrs).value();
   }
 
   ~ProcessWorld() {
     fabric_.reset();
-    for (pid_t p : pids_)
-      if (p > 0) ::kill(p, SIGKILL);
-    for (pid_t p : pids_)
-      if (p > 0) ::waitpid(p, nullptr, 0);
+    kill_all();
   }
 
   Fabric& fabric() { return *fabric_; }
@@ -233,18 +237,29 @@ class ProcessWorld {
     return rc;
   }
 
+  static void close_all(std::vector<int>* fds) {
+    for (int& fd : *fds)
+      if (fd >= 0) ::close(std::exchange(fd, -1));
+  }
+  void kill_all() {
+    for (pid_t p : pids_)
+      if (p > 0) ::kill(p, SIGKILL);
+    for (pid_t& p : pids_)
+      if (p > 0) ::waitpid(std::exchange(p, -1), nullptr, 0);
+  }
+
   std::vector<pid_t> pids_;  // [world] child pids; pids_[0] (this process) unused
   std::unique_ptr<Fabric> fabric_;
 };
 
 // In a child: prints why and returns from the body with a non-zero code.
-#define CHILD_EXPECT_OK(expr, code)                                                     \
-  do {                                                                                  \
-    ::afd::Status _s = (expr);                                                          \
-    if (!_s.ok()) {                                                                     \
-      std::fprintf(stderr, "child: %s failed: %s\n", #expr, _s.to_string().c_str());    \
-      return code;                                                                      \
-    }                                                                                   \
+#define CHILD_EXPECT_OK(expr, code)                                                  \
+  do {                                                                               \
+    ::afd::Status _s = (expr);                                                       \
+    if (!_s.ok()) {                                                                  \
+      std::fprintf(stderr, "child: %s failed: %s\n", #expr, _s.to_string().c_str()); \
+      return code;                                                                   \
+    }                                                                                \
   } while (0)
 
 }  // namespace afd::testing
