@@ -22,6 +22,10 @@ Command register_cost(CLI::App& app);
 Command register_plan(CLI::App& app);
 Command register_launch(CLI::App& app);
 Command register_worker(CLI::App& app);
+Command register_tokenize(CLI::App& app);
+Command register_detokenize(CLI::App& app);
+Command register_bench(CLI::App& app);
+Command register_serve(CLI::App& app);
 
 // Throws afd::Error when s is not OK.
 void check(const Status& s);

@@ -24,7 +24,11 @@ int main(int argc, char** argv) {
                                              afd::cli::register_cost(app),
                                              afd::cli::register_plan(app),
                                              afd::cli::register_launch(app),
-                                             afd::cli::register_worker(app)};
+                                             afd::cli::register_worker(app),
+                                             afd::cli::register_tokenize(app),
+                                             afd::cli::register_detokenize(app),
+                                             afd::cli::register_bench(app),
+                                             afd::cli::register_serve(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
