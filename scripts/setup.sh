@@ -25,7 +25,7 @@ fi
 
 if [ "$want_tests" = 1 ]; then
   # Test oracles only; the engine itself has no Python.
-  PY_PKGS=("numpy>=1.24" "safetensors>=0.4" "ml_dtypes>=0.3" "tokenizers>=0.15" "pytest>=7"
+  PY_PKGS=("numpy>=1.24" "safetensors>=0.4" "ml_dtypes>=0.3" "tokenizers>=0.20" "pytest>=7"
            "openai>=1.40")
   if ! python3 -c "import numpy, safetensors, ml_dtypes, tokenizers, pytest, openai" 2>/dev/null; then
     echo "setup: installing Python test oracles: ${PY_PKGS[*]}"

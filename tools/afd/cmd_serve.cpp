@@ -68,8 +68,16 @@ std::string resolve_tokenizer(const ServeArgs& a) {
   if (!a.tokenizer.empty()) return a.tokenizer;
   if (fs::is_directory(a.model)) {
     if (fs::exists(fs::path(a.model) / "tokenizer.json")) return a.model;
-    throw Error(
-        NotFound("{}: no tokenizer.json in the model folder; pass --tokenizer PATH", a.model));
+    // Checkpoints written by `afd checkpoint init` carry no tokenizer; Step-3's vocabulary is
+    // the DeepSeek-V3 tokenizer's family, so use the shared copy when it is there.
+    std::string found = find_default_tokenizer();
+    if (found.empty())
+      throw Error(
+          NotFound("{}: no tokenizer.json in the model folder; pass --tokenizer PATH", a.model));
+    log_info("{}: no tokenizer.json in the folder; using the DeepSeek-V3 tokenizer at {} (pass "
+             "--tokenizer to change)",
+             a.model, found);
+    return found;
   }
   const auto presets = ModelConfig::preset_names();
   if (std::find(presets.begin(), presets.end(), a.model) == presets.end())
@@ -206,7 +214,7 @@ Command register_serve(CLI::App& app) {
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
   c->add_option("--tokenizer", a->tokenizer,
-                "tokenizer.json or its folder (default: the model folder's; for presets the "
+                "tokenizer.json or its folder (default: the model folder's; otherwise the "
                 "DeepSeek-V3 tokenizer in ../shared/data/tokenizers)");
   c->add_option("--chat-template", a->chat_template,
                 "step3, deepseek-v3 or a template file (default: from the tokenizer folder)");
