@@ -188,3 +188,76 @@ TEST(Wire, Fp8DispatchErrorIsBoundedAndF32IsExact) {
 
 }  // namespace
 }  // namespace afd
+
+namespace afd {
+namespace {
+
+// Logits of one prefill through the A->F->A path with the given wire dtype and FFN ranks:
+// per layer, the attention side encodes x, each FFN rank decodes it, computes its slices and
+// answers in the wire's partial dtype, and the attention side adds the partials.
+Tensor logits_through_wire(const Step3Model& m, const std::vector<int32_t>& tokens, WireDType dt,
+                           int M) {
+  const ModelConfig& cfg = m.config();
+  const int64_t H = cfg.hidden_size, k = cfg.moe_top_k;
+  Placement p = Placement::build(cfg, M).value();
+  std::vector<std::unique_ptr<FfnExecutor>> ex;
+  for (int f = 0; f < M; ++f) ex.push_back(std::make_unique<FfnExecutor>(cfg, m.weights(), p, f));
+  KVCache cache = m.make_cache(256);
+  BatchLayout b = m.prepare({{cache.create_sequence(), tokens}}, cache).value();
+  const int64_t T = b.T;
+  std::vector<float> h(T * H), x(T * H), w(T * k), y(T * H);
+  std::vector<int32_t> ids(T * k);
+  std::vector<int64_t> rows(T);
+  for (int64_t t = 0; t < T; ++t) rows[t] = t;
+  cpu::embedding(b.tokens.data(), T, m.weights().embed.data<float>(), cfg.vocab_size, H, h.data());
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    m.attention(l, b, cache, h.data());
+    m.ffn_input(l, h.data(), T, x.data());
+    const int64_t kl = cfg.is_moe_layer(l) ? k : 0;
+    if (kl) m.route(l, x.data(), T, ids.data(), w.data());
+    std::vector<uint8_t> msg, part;
+    encode_dispatch(0, dt, x.data(), ids.data(), w.data(), rows, H, kl, &msg);
+    DispatchMsg d;
+    EXPECT_TRUE(decode_dispatch(msg, &d).ok());
+    for (int f = 0; f < M; ++f) {
+      ex[f]->compute(l, d.x.data(), T, d.ids.data(), d.weights.data(), y.data());
+      encode_partial(0, dt, y.data(), T, H, &part);
+      uint32_t fl = 0;
+      EXPECT_TRUE(accumulate_partial(part, rows, H, h.data(), &fl).ok());
+    }
+  }
+  std::vector<int64_t> all(rows.begin(), rows.end());
+  return m.logits(h.data(), all);
+}
+
+double rel_l2(const Tensor& a, const Tensor& b) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    double d = a.data<float>()[i] - b.data<float>()[i];
+    num += d * d, den += double(b.data<float>()[i]) * b.data<float>()[i];
+  }
+  return std::sqrt(num / den);
+}
+
+TEST(Wire, DispatchDtypesKeepLogitsWithinTheirStatedTolerance) {
+  const Step3Model& m = tiny();
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 29; ++i) tokens.push_back((i * 37 + 11) % 1000);
+  KVCache cache = m.make_cache(256);
+  BatchLayout b = m.prepare({{cache.create_sequence(), tokens}}, cache).value();
+  Tensor ref = m.forward(b, cache, /*all_positions=*/true);  // f32 [29, vocab]
+  // Stated tolerances (relative L2 over all logits of the prompt):
+  //   f32: summation order only, 1e-5; bf16 activations and partials (8 bits of mantissa),
+  //   1e-2; fp8 e4m3 activations (3 bits, one scale per 128 channels) + bf16 partials, 6e-2.
+  const double f32 = rel_l2(logits_through_wire(m, tokens, WireDType::kF32, 3), ref);
+  const double bf16 = rel_l2(logits_through_wire(m, tokens, WireDType::kBF16, 3), ref);
+  const double fp8 = rel_l2(logits_through_wire(m, tokens, WireDType::kFp8, 3), ref);
+  std::printf("relative L2 error of the logits: f32 %.2e, bf16 %.2e, fp8 %.2e\n", f32, bf16, fp8);
+  EXPECT_LT(f32, 1e-5);
+  EXPECT_LT(bf16, 1e-2);
+  EXPECT_LT(fp8, 6e-2);
+  EXPECT_GT(fp8, bf16);  // the fp8 wire really quantizes
+}
+
+}  // namespace
+}  // namespace afd
