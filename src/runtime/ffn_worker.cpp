@@ -97,7 +97,6 @@ Status run_ffn_rank(Fabric& fabric, const FfnExecutor& ex, const ModelConfig& cf
   std::vector<DispatchMsg> msgs(static_cast<size_t>(A));
   std::vector<float> x, w, y;
   std::vector<int32_t> ids;
-  std::vector<uint8_t> out;
   for (int64_t step = 0;; ++step) {
     if (opt.on_step) {
       st->wall_s = (Trace::now_us() - t0) * 1e-6;
@@ -148,9 +147,10 @@ Status run_ffn_rank(Fabric& fabric, const FfnExecutor& ex, const ModelConfig& cf
           ScopedSpan sp(trace, me, fmt::format("send L{} mb{}", l, m), "comm", &st->comm_s);
           int64_t at = 0;
           for (int a = 0; a < A; ++a) {
+            std::vector<uint8_t> out;  // handed to the fabric: no second copy
             encode_partial(stop ? kFlagAllDone : 0, opt.dispatch, y.data() + at * H,
                            msgs[a].tokens, H, &out);
-            AFD_RETURN_IF_ERROR(fabric.send(a, afd_tag(step, l, m, 1), out.data(), out.size()));
+            AFD_RETURN_IF_ERROR(fabric.send_owned(a, afd_tag(step, l, m, 1), std::move(out)));
             at += msgs[a].tokens;
           }
         }
