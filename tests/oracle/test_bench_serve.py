@@ -66,7 +66,11 @@ def test_bench_against_afd_serve(server_url):
     assert 0 < j["total_output_tokens"] <= n * out_len
     assert j["good_requests"] == n
     assert 1 <= j["max_in_flight"] <= c
-    assert j["ttft_samples"] == n and j["e2el_samples"] == n
+    # Every request has an end-to-end time. A request whose first sampled token is the
+    # tokenizer's EOS (step3-tiny's random weights sample it now and then) ends with no content
+    # chunk and so, as in vLLM's bench, has no TTFT; all the others have one.
+    assert j["e2el_samples"] == n
+    assert n - 4 <= j["ttft_samples"] <= n
     for s in ("mean", "median", "p90", "p99"):
         assert 0 < j[f"{s}_ttft_ms"] <= j[f"{s}_e2el_ms"]
 
