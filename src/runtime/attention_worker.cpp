@@ -26,7 +26,7 @@ class RemoteFfn : public FfnClient {
       for (int64_t t = 0; t < T; ++t)
         if (k == 0 || p_->needs(layer, f, ids + t * k, k)) rows[f].push_back(t);
       // Encoded straight into a buffer the fabric then owns: no second copy on the way out.
-      std::vector<uint8_t> msg;
+      std::vector<uint8_t> msg = f_->acquire_buffer();  // registered once, reused
       encode_dispatch(flags, dt_, x, ids, w, rows[f], cfg_.hidden_size, k, &msg);
       AFD_RETURN_IF_ERROR(f_->send_owned(A_ + f, afd_tag(step, layer, mb, 0), std::move(msg)));
     }

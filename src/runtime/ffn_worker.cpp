@@ -147,7 +147,7 @@ Status run_ffn_rank(Fabric& fabric, const FfnExecutor& ex, const ModelConfig& cf
           ScopedSpan sp(trace, me, fmt::format("send L{} mb{}", l, m), "comm", &st->comm_s);
           int64_t at = 0;
           for (int a = 0; a < A; ++a) {
-            std::vector<uint8_t> out;  // handed to the fabric: no second copy
+            std::vector<uint8_t> out = fabric.acquire_buffer();  // registered once, reused
             encode_partial(stop ? kFlagAllDone : 0, opt.dispatch, y.data() + at * H,
                            msgs[a].tokens, H, &out);
             AFD_RETURN_IF_ERROR(fabric.send_owned(a, afd_tag(step, l, m, 1), std::move(out)));

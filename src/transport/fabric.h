@@ -44,6 +44,11 @@ class Fabric {
   virtual Status send_owned(int peer, uint64_t tag, std::vector<uint8_t> bytes) {
     return send(peer, tag, bytes.data(), bytes.size());
   }
+  // A send buffer to encode a message into and hand back with send_owned(). The UCX fabric
+  // registers each buffer with the transport the first time it is sent and recycles it when
+  // the send completes, so steady traffic (one buffer per micro-batch slot and peer) sends from
+  // memory registered once, with no copy. Empty (capacity 0) when the pool has none spare.
+  virtual std::vector<uint8_t> acquire_buffer() { return {}; }
   // *out is resized to the message and filled; a caller that passes the same vector again
   // saves an allocation. On an error *out's contents are unspecified.
   virtual Status recv(int peer, uint64_t tag, std::vector<uint8_t>* out,

@@ -195,7 +195,10 @@ struct SendOp {
   UcxFabric* owner;
   int peer;
   std::vector<uint8_t> bytes;  // u8 [n]
+  bool pooled = false;         // from send_owned: register it and recycle it into the pool
 };
+
+constexpr size_t kPoolMax = 256;  // spare registered buffers kept (about slots x peers)
 
 // One receive. Owned by the recv() call until it returns; then either finished, or (when UCX is
 // still writing into the buffer) detached: `data` takes over the caller's heap block, `out`
@@ -234,6 +237,7 @@ class UcxFabric final : public Fabric {
   }
   Status send(int peer, uint64_t tag, const void* data, size_t n) override;
   Status send_owned(int peer, uint64_t tag, std::vector<uint8_t> bytes) override;
+  std::vector<uint8_t> acquire_buffer() override;
   Status recv(int peer, uint64_t tag, std::vector<uint8_t>* out,
               std::chrono::milliseconds timeout) override;
   Status flush(std::chrono::milliseconds timeout) override;
@@ -277,6 +281,15 @@ class UcxFabric final : public Fabric {
   std::vector<ucp_ep_h> eps_;           // [world] endpoint to each rank (self included)
   std::vector<std::string> dead_;       // [world] reason given to mark_dead, empty = alive
   std::set<SendOp*> sends_;             // owned: sends UCX has not completed
+  // Send buffers registered with UCX (ucp_mem_map), by data pointer: mapped the first time a
+  // buffer is sent, kept while it circulates between pool_ and sends, unmapped when dropped.
+  struct Registration {
+    ucp_mem_h memh;
+    size_t length;
+  };
+  std::map<const void*, Registration> registered_;
+  std::vector<std::vector<uint8_t>> pool_;  // completed, registered buffers ready for reuse
+  void drop_registration(const void* p);
   std::map<std::pair<int, uint64_t>, RecvOp*> waiting_;  // registered, not yet matched
   // Owned: matched receives whose caller gave up before the transfer ended, by (peer, tag).
   std::map<std::pair<int, uint64_t>, RecvOp*> detached_;
@@ -360,6 +373,9 @@ UcxFabric::~UcxFabric() {
   worker_.reset();
   for (SendOp* op : sends_) delete op;
   sends_.clear();
+  pool_.clear();
+  for (auto& [ptr, reg] : registered_) ucp_mem_unmap(context_.get(), reg.memh);
+  registered_.clear();
   for (auto& [key, op] : detached_) delete op;
   detached_.clear();
   lk.unlock();
@@ -426,6 +442,10 @@ void UcxFabric::on_send(void* request, ucs_status_t status, void* user_data) {
         fmt::format("sending to {} failed: {}", self->name(op->peer), ucs_status_string(status));
   self->sends_.erase(op);
   ++self->completions_;
+  if (self->registered_.count(op->bytes.data())) {
+    if (self->pool_.size() < kPoolMax) self->pool_.push_back(std::move(op->bytes));
+    else self->drop_registration(op->bytes.data());
+  }
   delete op;
   self->cv_.notify_all();  // flush() waits for sends_ to drain
 }
@@ -518,10 +538,27 @@ Status UcxFabric::send(int peer, uint64_t tag, const void* data, size_t n) {
   return post_send(std::move(op), tag, lk);
 }
 
+std::vector<uint8_t> UcxFabric::acquire_buffer() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (pool_.empty()) return {};
+  std::vector<uint8_t> b = std::move(pool_.back());
+  pool_.pop_back();
+  b.clear();  // keeps the capacity, and so the registration
+  return b;
+}
+
+void UcxFabric::drop_registration(const void* p) {
+  auto it = registered_.find(p);
+  if (it == registered_.end()) return;
+  ucp_mem_unmap(context_.get(), it->second.memh);
+  registered_.erase(it);
+}
+
 Status UcxFabric::send_owned(int peer, uint64_t tag, std::vector<uint8_t> bytes) {
   AFD_RETURN_IF_ERROR(check_peer_tag("send", peer, world_, tag));
   auto op = std::make_unique<SendOp>();
   op->bytes = std::move(bytes);
+  op->pooled = true;
   op->owner = this;
   op->peer = peer;
   std::unique_lock<std::mutex> lk(mu_);
@@ -538,12 +575,51 @@ Status UcxFabric::post_send(std::unique_ptr<SendOp> op, uint64_t tag,
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   p.cb.send = &UcxFabric::on_send;
   p.user_data = op.get();
+  if (op->pooled && n > 0) {
+    // Register once; a buffer that grew past its registration is registered again.
+    const void* data = op->bytes.data();
+    auto it = registered_.find(data);
+    if (it != registered_.end() && it->second.length < op->bytes.capacity()) {
+      drop_registration(data);
+      it = registered_.end();
+    }
+    if (it == registered_.end() && registered_.size() >= 2 * kPoolMax) {
+      // A buffer that grew while being encoded was reallocated: its old registration names
+      // freed memory. Keep only the registrations of buffers in the pool or in flight.
+      std::set<const void*> live;
+      for (const auto& b : pool_) live.insert(b.data());
+      for (const SendOp* s : sends_) live.insert(s->bytes.data());
+      std::vector<const void*> stale;
+      for (const auto& [ptr, reg] : registered_)
+        if (!live.count(ptr)) stale.push_back(ptr);
+      for (const void* ptr : stale) drop_registration(ptr);
+    }
+    if (it == registered_.end()) {
+      ucp_mem_map_params_t mp{};
+      mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+      mp.address = const_cast<void*>(data);
+      mp.length = op->bytes.capacity();
+      ucp_mem_h memh = nullptr;
+      if (ucp_mem_map(context_.get(), &mp, &memh) == UCS_OK)
+        it = registered_.emplace(data, Registration{memh, op->bytes.capacity()}).first;
+    }
+    if (it != registered_.end()) {
+      p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+      p.memh = it->second.memh;
+    }
+  }
   ucs_status_ptr_t r = ucp_tag_send_nbx(eps_[peer], op->bytes.data(), n, ucx_tag(rank_, tag), &p);
   if (UCS_PTR_IS_ERR(r))
     return Unavailable("sending {} bytes to {} (tag {:#x}) failed: {}", n, name(peer), tag,
                        ucs_status_string(UCS_PTR_STATUS(r)));
   sent_ += n;
-  if (r == nullptr) return Status::OK();  // done in place: UCX no longer needs the bytes
+  if (r == nullptr) {  // done in place: UCX no longer needs the bytes
+    if (registered_.count(op->bytes.data())) {
+      if (pool_.size() < kPoolMax) pool_.push_back(std::move(op->bytes));
+      else drop_registration(op->bytes.data());
+    }
+    return Status::OK();
+  }
   sends_.insert(op.release());            // owned by sends_ until on_send
   // A thread asleep in poll() must shorten its sleep to kOpPoll now that a send is pending.
   const bool someone_polls = polling_;
