@@ -81,11 +81,17 @@ TEST(Launch, Fp8DispatchRunsAndMostlyAgrees) {
   auto r = run_command(kAfd + " launch --model step3-tiny --greedy --json --prompts-file " + prompts);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = json::parse(r.out);
-  // fp8 activations perturb logits by a few percent (see Wire.Fp8DispatchErrorIsBounded...):
-  // the first token of a sequence follows the full-precision prompt pass only approximately,
-  // so only the shapes are exact here; token-level exactness is the f32 test's job.
+  // fp8 activations perturb the logits by a few percent (Wire.DispatchDtypesKeepLogits...):
+  // every request still gets all its tokens, and the first token, where a near tie is rare,
+  // agrees with full precision for all but at most one request. Token-level exactness is the
+  // f32 test's job.
   ASSERT_EQ(j["results"].size(), ref.size());
-  for (size_t i = 0; i < ref.size(); ++i) EXPECT_EQ(j["results"][i]["tokens"].size(), ref[i].size());
+  size_t same_first = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    EXPECT_EQ(j["results"][i]["tokens"].size(), ref[i].size());
+    same_first += j["results"][i]["tokens"][0] == ref[i][0];
+  }
+  EXPECT_GE(same_first + 1, ref.size());
 }
 
 // Worker processes of this test (the [w] keeps pgrep's own shell from matching).
